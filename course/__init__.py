@@ -1,0 +1,1 @@
+"""Course tooling: grading checks, the instructor pipeline, book helpers."""

@@ -1,0 +1,1 @@
+"""The course reference implementation (filled in by the lead)."""

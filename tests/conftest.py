@@ -1,0 +1,31 @@
+"""Shared test set-up.
+
+- nbgrader shells out to `jupyter` and `alembic`: the interpreter's own bin directory goes first on
+  PATH so those resolve to this environment whatever shell started pytest.
+- Two CPU threads at most, as on the CI machine.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+_BIN = str(Path(sys.executable).parent)
+if not os.environ.get("PATH", "").startswith(_BIN + os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
