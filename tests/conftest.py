@@ -2,7 +2,8 @@
 
 - nbgrader shells out to `jupyter` and `alembic`: the interpreter's own bin directory goes first on
   PATH so those resolve to this environment whatever shell started pytest.
-- Two CPU threads at most, as on the CI machine.
+- Two CPU threads at most, as on the CI machine; one per worker under `pytest -n 2`, so two
+  workers do not fight over two cores.
 """
 
 import os
@@ -17,7 +18,7 @@ _BIN = str(Path(sys.executable).parent)
 if not os.environ.get("PATH", "").startswith(_BIN + os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)
