@@ -54,13 +54,18 @@ class TransformerLM(nn.Module):
         return self.head(h)  # (B, T, V)
 
     def hidden_states(self, ids):
-        """Embedding and the output of each block (causal), n_layers + 1 tensors (B, T, D)."""
-        x = self.embed(ids)
-        return self.stack.hidden_states(x, mask=causal_mask(ids.size(1), device=ids.device))
+        """Embedding and the output of each block (causal), n_layers + 1 tensors (B, T, D).
+
+        Runs under ``torch.no_grad()``: the results can go straight to ``.numpy()``.
+        """
+        with torch.no_grad():
+            x = self.embed(ids)
+            return self.stack.hidden_states(x, mask=causal_mask(ids.size(1), device=ids.device))
 
     def attention_maps(self, ids):
-        """Causal attention weights per layer, a list of (B, H, T, T)."""
-        x = self.embed(ids)
+        """Causal attention weights per layer, a list of (B, H, T, T) (under ``torch.no_grad()``)."""
+        with torch.no_grad():
+            x = self.embed(ids)
         return self.stack.attention_maps(x, mask=causal_mask(ids.size(1), device=ids.device))
 
 
@@ -102,9 +107,11 @@ class SequenceClassifier(nn.Module):
         return self.head(pooled)  # (B, n_classes)
 
     def hidden_states(self, ids):
-        """Embedding and the output of each block, n_layers + 1 tensors (B, T, D)."""
-        return self.stack.hidden_states(self.embed(ids))
+        """Embedding and the output of each block, n_layers + 1 tensors (B, T, D) (under ``torch.no_grad()``)."""
+        with torch.no_grad():
+            return self.stack.hidden_states(self.embed(ids))
 
     def attention_maps(self, ids):
-        """Attention weights per layer, a list of (B, H, T, T) (rows sum to 1)."""
-        return self.stack.attention_maps(self.embed(ids))
+        """Attention weights per layer, a list of (B, H, T, T) (rows sum to 1; under ``torch.no_grad()``)."""
+        with torch.no_grad():
+            return self.stack.attention_maps(self.embed(ids))

@@ -161,3 +161,14 @@ def test_classifier_helpers_and_limits():
         SequenceClassifier(12, 2, 8, 4, 16, 1, readout="max")
     # the position table is not a parameter nor saved state
     assert "positions" not in model.state_dict()
+
+
+def test_plot_helpers_return_plain_tensors():
+    """hidden_states/attention_maps are for figures: no autograd history, ready for .numpy()."""
+    from reference_impl.model import SequenceClassifier, TransformerLM
+
+    ids = torch.randint(0, 11, (2, 5))
+    for model in (TransformerLM(11, 8, 2, 16, 2), SequenceClassifier(11, 3, 8, 2, 16, 2)):
+        for t in list(model.hidden_states(ids)) + list(model.attention_maps(ids)):
+            assert not t.requires_grad
+            t.numpy()
