@@ -31,6 +31,7 @@ import builtins
 import contextlib
 import copy
 import importlib
+import inspect
 import io
 import math
 import signal
@@ -258,6 +259,10 @@ def _code_objects(obj: Any) -> set:
                     funcs.append(member)
     elif isinstance(obj, types.FunctionType):
         funcs.append(obj)
+    # A decorated function (e.g. ``@torch.no_grad()``) is torch's shared wrapper around the real
+    # one: block the real code only, or every learner function with that decorator would be
+    # taken for the reference.
+    funcs = [inspect.unwrap(f) for f in funcs]
     codes: set = set()
     todo = [f.__code__ for f in funcs]
     while todo:
