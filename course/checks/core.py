@@ -589,7 +589,7 @@ class _Timer:
         return False
 
 
-def _run_frozen(entry: tuple, obj: Any, hidden: bool) -> None:
+def _run_frozen(entry: tuple, obj: Any, hidden: bool, _refreeze=_FREEZE.enter) -> None:
     __tracebackhide__ = True  # IPython and pytest show the learner's frames, not the runner's
     frozen, make_cases, invoke, judge = entry
     name = frozen.name
@@ -617,6 +617,10 @@ def _run_frozen(entry: tuple, obj: Any, hidden: bool) -> None:
             except Exception as exc:  # learner code raised: say so, keep their traceback chained
                 msg = f"your {name} raised {type(exc).__name__}: {exc}"
                 raise CheckFailed(format_failure(frozen, case, msg, hidden=hidden, index=i, total=total)) from exc
+            # The learner's code may have patched the checks' namespaces while it ran: put the
+            # snapshots back before judging (run_check's final leave() restores the learner's
+            # state from before the check, so these mid-call patches are simply dropped).
+            _refreeze()
             try:
                 verdict = judge(case, got, work)
             except CheckFailed:

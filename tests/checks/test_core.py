@@ -388,3 +388,26 @@ def test_patches_do_not_turn_a_wrong_answer_into_a_pass(patch, restore):
     patch()
     with pytest.raises(CheckFailed, match="differs from the expected values"):
         check("selftest_double", wrong)
+
+
+def test_patching_the_checks_during_the_call_does_not_pass_a_wrong_answer():
+    """A learner function that patches the judge's helpers *while it runs* still fails."""
+    import course.checks.ch02 as ch02_module
+    from course.checks import CheckFailed, run_check
+
+    original = ch02_module.mismatch if hasattr(ch02_module, "mismatch") else None
+
+    def causal_mask(seq_len):
+        import course.checks.ch02 as target
+        import course.checks.diagnose as diag
+
+        target.mismatch = lambda *a, **k: None
+        diag.mismatch = lambda *a, **k: None
+        return torch.ones(seq_len, seq_len, dtype=torch.bool)  # wrong: nothing is masked
+
+    try:
+        with pytest.raises(CheckFailed):
+            run_check("causal_mask", causal_mask)
+    finally:
+        if original is not None:
+            ch02_module.mismatch = original
