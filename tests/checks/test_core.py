@@ -40,7 +40,7 @@ class DoubleCheck(Check):
     forbidden = ("torch.mul", "torch.ops.aten.mul")
     forbidden_hint = "Add x to itself."
     reference = "reference_impl.attention.causal_mask"
-    timeout_s = 1.0
+    timeout_s = 4.0  # generous: the passing tests run on a loaded 2-core CI machine
 
     def make_cases(self, seed, hidden):
         g = torch.Generator().manual_seed(seed)
@@ -233,13 +233,13 @@ def test_no_stderr_and_warnings_are_silenced(capfd):
 
 def test_timeout():
     def slow(x):
-        time.sleep(5)
+        time.sleep(60)
         return x + x
 
     start = time.perf_counter()
-    with pytest.raises(CheckFailed, match="took longer than 1 s"):
+    with pytest.raises(CheckFailed, match="took longer than 4 s"):
         check("selftest_double", slow)
-    assert time.perf_counter() - start < 3
+    assert time.perf_counter() - start < 20
 
 
 def test_sanitize():
