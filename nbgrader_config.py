@@ -17,3 +17,12 @@ c.ClearOutput.enabled = True
 # A learner's notebook may not run forever during autograding.
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
+
+# Feedback must never show hidden tests. nbgrader 0.9.6's generate_feedback keeps the hidden
+# tests that autograde restored into the test cells, so strip them here too (`course feedback`
+# does the same).
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
