@@ -1,6 +1,7 @@
 # The Transformer, explained by detectives.
 #   make book   build the HTML book into _build/html (creates .venv on first use)
 #   make test   run the whole test suite (what CI runs)
+#   make bench  run the benchmarks (bench/README.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,10 +10,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help env book book-clean test test-fast lab release chromium clean
+.PHONY: help env book book-clean test test-fast bench lab release chromium clean
 
 help:
-	@sed -n '2,4p' Makefile
+	@sed -n '2,5p' Makefile
 
 env: $(VENV)/.installed
 
@@ -41,6 +42,10 @@ test: env chromium
 # Everything except the book build and browser tests (a few minutes).
 test-fast: env
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not browser"
+
+# Benchmarks (not tests): figures and ratios against the targets, written to bench-results/.
+bench: env
+	$(BIN)/python bench/run_all.py
 
 lab: env
 	$(BIN)/jupyter lab exercises
