@@ -292,12 +292,12 @@ def main(argv=None):
     # ---- readable table
     all_L = sorted({L for m in METHODS for L in med[m]})
     print(f"\nmedian time [ms] / peak extra memory [MB]  (float32, B=H=1, d={D}, {args.threads} threads)")
-    print(f"{'method':<9}" + "".join(f"{'L=' + str(L):>17}" for L in all_L) + f"{'slope':>8}")
+    print(f"{'method':<9}" + "".join(f"{'L=' + str(L):>19}" for L in all_L) + f"{'slope':>8}")
     for m in METHODS:
         cells = [
             f"{fmt(med[m][L] * 1e3)} / {fmt(memory[m].get(L))}" if L in med[m] else "" for L in all_L
         ]
-        print(f"{m:<9}" + "".join(f"{c:>17}" for c in cells) + f"{slopes[m]:>8.2f}")
+        print(f"{m:<9}" + "".join(f"{c:>19}" for c in cells) + f"{slopes[m]:>8.2f}")
     e = lsh["rel_error"]
     print(
         f"\nmax |out - sdpa|: naive {fmt(errors['naive'])}, chunked {fmt(errors['chunked'])};  "

@@ -14,63 +14,15 @@ import torch.nn.functional as F
 
 import course.checks.ch01 as ch01
 import course.checks.util_modules as util_modules
-from course.checks import REGISTRY, CheckFailed, check, checks_for, seed_for
+from course.checks import CheckFailed, check
 from reference_impl import embedding as ref
 
+from . import corpus_ch01 as corpus
 from .corpus_ch01 import CHEATS, CORRECT, MISTAKES
-from .harness import failure_of, reference_clone
+from .harness import all_cases, corpus_suite
 from .test_ch02 import load, out_of_process_verdicts
 
 ITEMS = ("embed_tokens", "sinusoidal_positions", "input_embedding")
-
-
-def all_cases(item, hidden=None):
-    c = REGISTRY[item]
-    which = (False, True) if hidden is None else (hidden,)
-    return [case for h in which for case in c.make_cases(seed_for(item, h), h)]
-
-
-def test_corpus_covers_every_chapter_1_item():
-    assert [c.name for c in checks_for("01_embedding")] == list(ITEMS)
-    for item in ITEMS:
-        for group in (CORRECT, MISTAKES, CHEATS):
-            assert any(e.item == item for e in group), item
-    ids = [e.id for e in CORRECT + MISTAKES + CHEATS]
-    assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("entry", CORRECT, ids=lambda e: f"{e.item}-{e.id}")
-def test_correct_alternative_passes(entry):
-    obj = load(entry)
-    check(entry.item, obj)
-    check(entry.item, obj, hidden=True)
-
-
-@pytest.mark.parametrize("entry", MISTAKES + CHEATS, ids=lambda e: f"{e.item}-{e.id}")
-def test_mistake_or_cheat_fails_with_its_diagnosis(entry):
-    message = failure_of(entry, ch01, util_modules)
-    assert message, f"{entry.id} passed every case"
-    assert message.startswith(f"{entry.item}: ") and "test case" in message, message
-    assert entry.expect.lower() in message.lower(), message
-
-
-@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
-@pytest.mark.parametrize("item", ITEMS)
-def test_reference_passes_its_own_checks(item, hidden):
-    check(item, reference_clone(getattr(ref, item)), hidden=hidden)
-
-
-@pytest.mark.parametrize("item", ITEMS)
-def test_the_reference_itself_is_blocked(item):
-    with pytest.raises(CheckFailed, match="reference solution"):
-        check(item, getattr(ref, item))
-
-
-def test_visible_and_hidden_cases_differ():
-    for item in ITEMS:
-        visible = {c.label for c in all_cases(item, False)}
-        hidden = {c.label for c in all_cases(item, True)}
-        assert visible and hidden and not visible & hidden, item
 
 
 # ---------------------------------------------------------------------------
@@ -166,3 +118,6 @@ def test_input_embedding_is_graded_with_the_course_helpers_which_are_put_back():
         assert obj.__globals__[name] is fn
     with pytest.raises(CheckFailed):  # the learner's own helpers are still graded (and wrong)
         check("sinusoidal_positions", mine["sinusoidal_positions"])
+
+
+globals().update(corpus_suite("01_embedding", ITEMS, corpus, (ch01, util_modules), ref))

@@ -13,63 +13,14 @@ import torch.nn.functional as F
 
 import course.checks.ch03 as ch03
 import course.checks.util_modules as util_modules
-from course.checks import REGISTRY, CheckFailed, check, checks_for, seed_for
 from reference_impl import blocks as ref
 
+from . import corpus_ch03 as corpus
 from .corpus_ch03 import CHEATS, CORRECT, MISTAKES
-from .harness import failure_of, reference_clone
-from .test_ch02 import load, out_of_process_verdicts
+from .harness import all_cases, corpus_suite
+from .test_ch02 import out_of_process_verdicts
 
 ITEMS = ("layer_norm", "FeedForward", "TransformerBlock", "TransformerStack")
-
-
-def all_cases(item, hidden=None):
-    c = REGISTRY[item]
-    which = (False, True) if hidden is None else (hidden,)
-    return [case for h in which for case in c.make_cases(seed_for(item, h), h)]
-
-
-def test_corpus_covers_every_chapter_3_item():
-    assert [c.name for c in checks_for("03_ffn_stacking")] == list(ITEMS)
-    for item in ITEMS:
-        for group in (CORRECT, MISTAKES, CHEATS):
-            assert any(e.item == item for e in group), item
-    ids = [e.id for e in CORRECT + MISTAKES + CHEATS]
-    assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("entry", CORRECT, ids=lambda e: f"{e.item}-{e.id}")
-def test_correct_alternative_passes(entry):
-    obj = load(entry)
-    check(entry.item, obj)
-    check(entry.item, obj, hidden=True)
-
-
-@pytest.mark.parametrize("entry", MISTAKES + CHEATS, ids=lambda e: f"{e.item}-{e.id}")
-def test_mistake_or_cheat_fails_with_its_diagnosis(entry):
-    message = failure_of(entry, ch03, util_modules)
-    assert message, f"{entry.id} passed every case"
-    assert message.startswith(f"{entry.item}: ") and "test case" in message, message
-    assert entry.expect.lower() in message.lower(), message
-
-
-@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
-@pytest.mark.parametrize("item", ITEMS)
-def test_reference_passes_its_own_checks(item, hidden):
-    check(item, reference_clone(getattr(ref, item)), hidden=hidden)
-
-
-@pytest.mark.parametrize("item", ITEMS)
-def test_the_reference_itself_is_blocked(item):
-    with pytest.raises(CheckFailed, match="reference solution"):
-        check(item, getattr(ref, item))
-
-
-def test_visible_and_hidden_cases_differ():
-    for item in ITEMS:
-        visible = {c.label for c in all_cases(item, False)}
-        hidden = {c.label for c in all_cases(item, True)}
-        assert visible and hidden and not visible & hidden, item
 
 
 # ---------------------------------------------------------------------------
@@ -197,3 +148,6 @@ def test_out_of_process_path_gives_the_same_verdicts():
         entry = next(e for e in MISTAKES + CHEATS if e.id == entry_id)
         messages = [v for v in out_of_process_verdicts(entry) if v]
         assert messages and entry.expect.lower() in messages[0].lower(), messages
+
+
+globals().update(corpus_suite("03_ffn_stacking", ITEMS, corpus, (ch03, util_modules), ref))

@@ -7,26 +7,20 @@ scale, a dim other than the last, ties away from the top-k threshold, tied top l
 decoding, batch 1, odd sizes); the out-of-process path gives the same verdicts.
 """
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 import course.checks.ch04 as ch04
 import course.checks.diagnose as diagnose
-from course.checks import REGISTRY, CheckFailed, check, checks_for, seed_for
+from course.checks import check
 from reference_impl import output as ref
 
+from . import corpus_ch04 as corpus
 from .corpus_ch04 import CHEATS, CORRECT, MISTAKES
-from .harness import failure_of, reference_clone
-from .test_ch02 import load, out_of_process_verdicts
+from .harness import all_cases, corpus_suite, reference_clone
+from .test_ch02 import out_of_process_verdicts
 
 ITEMS = ("stable_softmax", "cross_entropy", "top_k_filter", "greedy_decode")
-
-
-def all_cases(item, hidden=None):
-    c = REGISTRY[item]
-    which = (False, True) if hidden is None else (hidden,)
-    return [case for h in which for case in c.make_cases(seed_for(item, h), h)]
 
 
 def reference_copy(item):
@@ -35,49 +29,6 @@ def reference_copy(item):
     if hasattr(original, "__wrapped__"):
         return torch.no_grad()(reference_clone(original.__wrapped__))
     return reference_clone(original)
-
-
-def test_corpus_covers_every_chapter_4_item():
-    assert [c.name for c in checks_for("04_output")] == list(ITEMS)
-    for item in ITEMS:
-        for group in (CORRECT, MISTAKES, CHEATS):
-            assert any(e.item == item for e in group), item
-    ids = [e.id for e in CORRECT + MISTAKES + CHEATS]
-    assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("entry", CORRECT, ids=lambda e: f"{e.item}-{e.id}")
-def test_correct_alternative_passes(entry):
-    obj = load(entry)
-    check(entry.item, obj)
-    check(entry.item, obj, hidden=True)
-
-
-@pytest.mark.parametrize("entry", MISTAKES + CHEATS, ids=lambda e: f"{e.item}-{e.id}")
-def test_mistake_or_cheat_fails_with_its_diagnosis(entry):
-    message = failure_of(entry, ch04)
-    assert message, f"{entry.id} passed every case"
-    assert message.startswith(f"{entry.item}: ") and "test case" in message, message
-    assert entry.expect.lower() in message.lower(), message
-
-
-@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
-@pytest.mark.parametrize("item", ITEMS)
-def test_reference_passes_its_own_checks(item, hidden):
-    check(item, reference_copy(item), hidden=hidden)
-
-
-@pytest.mark.parametrize("item", ITEMS)
-def test_the_reference_itself_is_blocked(item):
-    with pytest.raises(CheckFailed, match="reference solution"):
-        check(item, getattr(ref, item))
-
-
-def test_visible_and_hidden_cases_differ():
-    for item in ITEMS:
-        visible = {c.label for c in all_cases(item, False)}
-        hidden = {c.label for c in all_cases(item, True)}
-        assert visible and hidden and not visible & hidden, item
 
 
 def test_cases_are_deterministic():
@@ -253,3 +204,6 @@ def test_out_of_process_path_gives_the_same_verdicts():
         entry = next(e for e in MISTAKES + CHEATS if e.id == entry_id)
         messages = [v for v in out_of_process_verdicts(entry) if v]
         assert messages and entry.expect.lower() in messages[0].lower(), messages
+
+
+globals().update(corpus_suite("04_output", ITEMS, corpus, (ch04,), ref, reference_copy=reference_copy))

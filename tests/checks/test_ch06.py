@@ -14,13 +14,14 @@ import torch.nn.functional as F
 import course.checks.ch06 as ch06
 import course.checks.util_modules as util_modules
 import course.checks.util_training as util_training
-from course.checks import REGISTRY, CheckFailed, check, checks_for, execute, seed_for
+from course.checks import REGISTRY, CheckFailed, check, execute
 from reference_impl import vit as ref
 from reference_impl.data import load_digits_split
 
 from .corpus_ch02 import Entry
+from . import corpus_ch06 as corpus
 from .corpus_ch06 import CHEATS, CHEATS_DURING_CALL, CORRECT, MISTAKES, SETUP, train
-from .harness import failure_of, reference_clone
+from .harness import all_cases, corpus_suite, failure_of
 from .test_ch02 import load, out_of_process_verdicts
 from .test_ch03 import torch_layer
 
@@ -28,57 +29,8 @@ ITEMS = ("patchify", "vit_embed", "VisionTransformer", "train_vit")
 MODULES = (ch06, util_modules, util_training)
 
 
-def all_cases(item, hidden=None):
-    c = REGISTRY[item]
-    which = (False, True) if hidden is None else (hidden,)
-    return [case for h in which for case in c.make_cases(seed_for(item, h), h)]
-
-
 def entry(entry_id):
     return next(e for e in CORRECT + MISTAKES + CHEATS + CHEATS_DURING_CALL if e.id == entry_id)
-
-
-def test_corpus_covers_every_chapter_6_item():
-    assert [c.name for c in checks_for("06_vit")] == list(ITEMS)
-    for item in ITEMS:
-        for group in (CORRECT, MISTAKES, CHEATS):
-            assert any(e.item == item for e in group), item
-    ids = [e.id for e in CORRECT + MISTAKES + CHEATS + CHEATS_DURING_CALL]
-    assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("entry", CORRECT, ids=lambda e: f"{e.item}-{e.id}")
-def test_correct_alternative_passes(entry):
-    obj = load(entry)
-    check(entry.item, obj)
-    check(entry.item, obj, hidden=True)
-
-
-@pytest.mark.parametrize("entry", MISTAKES + CHEATS, ids=lambda e: f"{e.item}-{e.id}")
-def test_mistake_or_cheat_fails_with_its_diagnosis(entry):
-    message = failure_of(entry, *MODULES)
-    assert message, f"{entry.id} passed every case"
-    assert message.startswith(f"{entry.item}: ") and "test case" in message, message
-    assert entry.expect.lower() in message.lower(), message
-
-
-@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
-@pytest.mark.parametrize("item", ITEMS[:3])
-def test_reference_passes_its_own_checks(item, hidden):
-    check(item, reference_clone(getattr(ref, item)), hidden=hidden)
-
-
-@pytest.mark.parametrize("item", ITEMS[:3])
-def test_the_reference_itself_is_blocked(item):
-    with pytest.raises(CheckFailed, match="reference solution"):
-        check(item, getattr(ref, item))
-
-
-def test_visible_and_hidden_cases_differ():
-    for item in ITEMS:
-        visible = {c.label for c in all_cases(item, False)}
-        hidden = {c.label for c in all_cases(item, True)}
-        assert visible and hidden and not visible & hidden, item
 
 
 def test_no_mode_or_profiler_is_left_behind():
@@ -322,3 +274,6 @@ def test_the_grading_sandbox_judges_patches_made_during_the_call(sandbox, entry)
 
 def test_the_grading_sandbox_trains_and_grades_a_correct_train_vit(sandbox):
     assert sandbox_verdict(sandbox, entry("train_classifier_six_epochs").source, "train_vit") == ""
+
+
+globals().update(corpus_suite("06_vit", ITEMS, corpus, (*MODULES,), ref, reference_items=ITEMS[:3]))

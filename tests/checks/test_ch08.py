@@ -12,68 +12,19 @@ import pytest
 import torch
 
 import course.checks.ch08 as ch08
-from course.checks import REGISTRY, CheckFailed, check, checks_for, seed_for
 from reference_impl import challenges as ref
 from reference_impl.model import TransformerLM
 
+from . import corpus_ch08 as corpus
 from .corpus_ch08 import CHEATS, CORRECT, MISTAKES
-from .harness import failure_of, reference_clone
-from .test_ch02 import load, out_of_process_verdicts
+from .harness import all_cases, corpus_suite
+from .test_ch02 import out_of_process_verdicts
 
 ITEMS = ("transformer_param_count", "repetition_penalty", "knn_memory_attention")
 
 
-def all_cases(item, hidden=None):
-    c = REGISTRY[item]
-    which = (False, True) if hidden is None else (hidden,)
-    return [case for h in which for case in c.make_cases(seed_for(item, h), h)]
-
-
 def entry(entry_id):
     return next(e for e in CORRECT + MISTAKES + CHEATS if e.id == entry_id)
-
-
-def test_corpus_covers_every_chapter_8_item():
-    assert [c.name for c in checks_for("08_open_challenges")] == list(ITEMS)
-    for item in ITEMS:
-        for group in (CORRECT, MISTAKES, CHEATS):
-            assert any(e.item == item for e in group), item
-    ids = [e.id for e in CORRECT + MISTAKES + CHEATS]
-    assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("entry", CORRECT, ids=lambda e: f"{e.item}-{e.id}")
-def test_correct_alternative_passes(entry):
-    obj = load(entry)
-    check(entry.item, obj)
-    check(entry.item, obj, hidden=True)
-
-
-@pytest.mark.parametrize("entry", MISTAKES + CHEATS, ids=lambda e: f"{e.item}-{e.id}")
-def test_mistake_or_cheat_fails_with_its_diagnosis(entry):
-    message = failure_of(entry, ch08)
-    assert message, f"{entry.id} passed every case"
-    assert message.startswith(f"{entry.item}: ") and "test case" in message, message
-    assert entry.expect.lower() in message.lower(), message
-
-
-@pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
-@pytest.mark.parametrize("item", ITEMS)
-def test_reference_passes_its_own_checks(item, hidden):
-    check(item, reference_clone(getattr(ref, item)), hidden=hidden)
-
-
-@pytest.mark.parametrize("item", ITEMS)
-def test_the_reference_itself_is_blocked(item):
-    with pytest.raises(CheckFailed, match="reference solution"):
-        check(item, getattr(ref, item))
-
-
-def test_visible_and_hidden_cases_differ():
-    for item in ITEMS:
-        visible = {c.label for c in all_cases(item, False)}
-        hidden = {c.label for c in all_cases(item, True)}
-        assert visible and hidden and not visible & hidden, item
 
 
 # ---------------------------------------------------------------------------
@@ -218,3 +169,6 @@ def test_param_count_first_case_tells_the_single_mistakes_apart():
             values.setdefault(value, []).append(flags)
     shared = [group for group in values.values() if len(group) > 1]
     assert shared == [[{"attn_bias": False}, {"norms": 0}]], shared
+
+
+globals().update(corpus_suite("08_open_challenges", ITEMS, corpus, (ch08,), ref))
