@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
@@ -51,6 +51,10 @@ def randomise(module, gen):
 def test_layer_norm_matches_f_layer_norm(shape, D, scale, offset, eps, seed):
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(*shape, D, generator=gen) + offset) * scale
+    # The offset is meant in units of the spread, but a row of a few samples can have a much
+    # smaller spread than randn's: keep to rows whose actual |mean| / std stays within 10.
+    mean, std = x.double().mean(-1), x.double().std(-1, unbiased=False)
+    assume(bool(((mean.abs() <= 10 * std) | (std == 0)).all()))
     gamma, beta = torch.randn(D, generator=gen), torch.randn(D, generator=gen)
     x0 = x.clone()
     out = layer_norm(x, gamma, beta, eps)
