@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI runs on a fresh clone (no hypothesis database): make its property tests deterministic there,
+# so a red CI always means a reproducible failure. Local runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 _BIN = str(Path(sys.executable).parent)
