@@ -195,16 +195,25 @@ def _pages() -> list[Path]:
     return found
 
 
+_DATA_FILE = re.compile(r"\bdata/([\w.-]+\.(?:json|csv|npz))")
+
+
+def data_dependencies(page: Path) -> list[Path]:
+    """The committed files under book/data/ that ``page`` names (e.g. the benchmark results)."""
+    names = set(_DATA_FILE.findall(page.read_text(encoding="utf-8")))
+    return sorted(f for n in names if (f := ROOT / "book" / "data" / n).is_file())
+
+
 def _code_hash(page: Path) -> str:
     h = hashlib.sha256()
-    for path in code_dependencies(page):
+    for path in code_dependencies(page) + data_dependencies(page):
         h.update(str(path.relative_to(ROOT)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
 def _invalidate_stale_outputs() -> dict[str, str]:
-    """Drop the cached outputs of pages whose imported course code changed since they ran.
+    """Drop the cached outputs of pages whose imported course code or data changed since they ran.
 
     Returns the current hashes (saved after a successful build). A page whose outputs are
     dropped is also touched, so that Sphinx reads (and so re-executes) it again.
@@ -220,7 +229,7 @@ def _invalidate_stale_outputs() -> dict[str, str]:
             page = Path(record.uri)
             rel = str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else str(page)
             if rel in stale:
-                _log(f"{rel}: the course code it imports changed, it will run again")
+                _log(f"{rel}: the course code or data it uses changed, it will run again")
                 cache.remove_cache(record.pk)
                 os.utime(page)
     return current
